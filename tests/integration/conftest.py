@@ -74,10 +74,16 @@ def run_playbook(
     if extra_vars:
         command += ["-e", json.dumps(extra_vars)]
     done = subprocess.run(
-        command, cwd=REPO_ROOT, env=ansible_env(), capture_output=True, text=True, timeout=timeout, check=False
+        command,
+        cwd=REPO_ROOT,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     # The task-timing callback prints its table around the JSON document: decode just the document.
-    start = done.stdout.find('{\n')
+    start = done.stdout.find("{\n")
     raw = json.JSONDecoder().raw_decode(done.stdout, start)[0] if start >= 0 else {"stats": {}, "plays": []}
     return PlaybookRun(done.returncode, raw["stats"], raw["plays"], done.stderr, raw)
 

@@ -38,9 +38,7 @@ def test_preflight_reaches_every_host_and_checks_systemd_and_python(sandbox_host
 
 
 def test_login_is_unprivileged_and_become_gives_root(sandbox_hosts):
-    assert ad_hoc("id -un", "-e", "ansible_become=false") == dict.fromkeys(
-        sandbox_hosts, "linuxuser"
-    )
+    assert ad_hoc("id -un", "-e", "ansible_become=false") == dict.fromkeys(sandbox_hosts, "linuxuser")
     assert ad_hoc("id -un") == dict.fromkeys(sandbox_hosts, "root")
 
 

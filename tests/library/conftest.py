@@ -28,7 +28,7 @@ if str(MODULE_UTILS_DIR) not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(str(MODULE_UTILS_DIR))
 
 
-class ModuleExit(Exception):
+class ModuleExit(Exception):  # noqa: N818 - control flow, not an error
     """Raised instead of exit_json: carries the module's result."""
 
     def __init__(self, result: dict[str, Any]) -> None:
@@ -36,7 +36,7 @@ class ModuleExit(Exception):
         self.result = result
 
 
-class ModuleFail(Exception):
+class ModuleFail(Exception):  # noqa: N818 - mirrors fail_json
     """Raised instead of fail_json: carries the module's result (with ``msg``)."""
 
     def __init__(self, result: dict[str, Any]) -> None:
@@ -49,6 +49,8 @@ def load_module(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"library_{name}", LIBRARY_DIR / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    # dataclasses and pickling look a class's module up in sys.modules.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
