@@ -15,11 +15,14 @@ module: systemd_unit_health
 short_description: Check that systemd units are active and stay up (crash-loop detection)
 description:
   - Reads the state of each unit in O(name) with
-    C(systemctl show -p Id,ActiveState,SubState,NRestarts,MemoryCurrent,ActiveEnterTimestamp,MainPID,Result,ExecMainStatus <unit>).
+    C(systemctl show -p Id,ActiveState,SubState,NRestarts,MemoryCurrent,ActiveEnterTimestamp,MainPID,Result,ExecMainStatus,ActiveEnterTimestampMonotonic <unit>).
   - Optionally waits up to O(wait) seconds (polling every second) until every unit is active.
-  - With O(stable_for), then watches the units for that many seconds; a unit that leaves the
-    C(active) state, whose C(NRestarts) grows or whose C(ActiveEnterTimestamp) changes (it was
-    restarted) is reported as not stable - this catches crash loops that are briefly C(active).
+  - With O(stable_for), then makes sure every unit stays active for that many seconds. A unit
+    that has already been active for at least O(stable_for) seconds (from
+    C(ActiveEnterTimestampMonotonic)) counts as stable at once; the others are watched only for
+    the rest of the time. A unit that leaves the C(active) state, whose C(NRestarts) grows or
+    whose C(ActiveEnterTimestamp) changes (it was restarted) while it is watched is reported as
+    not stable - this catches crash loops that are briefly C(active).
   - Fails (when O(require_active)) naming every unhealthy unit with its state, result and exit
     status, and returns the last 20 journal lines of each unhealthy unit in RV(journal_tail).
   - Never changes anything (C(changed) is always V(false)).
@@ -44,8 +47,14 @@ options:
     default: true
   stable_for:
     description:
-      - Seconds every unit must stay active, without C(NRestarts) increasing and without being
-        restarted, once all are active. V(0) disables the check.
+      - Seconds every unit must have been active, without C(NRestarts) increasing and without
+        being restarted, once all are active. V(0) disables the check.
+      - Time a unit has already been active counts - C(ActiveEnterTimestampMonotonic) is compared
+        with the host's C(CLOCK_MONOTONIC). A unit active for at least O(stable_for) seconds is
+        stable without waiting (so re-running a deploy that restarted nothing does not wait);
+        a unit active for less is watched only for the remaining seconds.
+      - If systemd does not report C(ActiveEnterTimestampMonotonic) (missing or V(0)), the unit
+        is watched for the full O(stable_for) seconds.
     type: int
     default: 0
 extends_documentation_fragment:
@@ -98,6 +107,7 @@ units:
       active_enter_timestamp: Tue 2026-11-24 03:15:02 UTC
       main_pid: 4242
       result: success
+      active_seconds: 5412.318
   contains:
     active_state:
       description: C(ActiveState), for example V(active), V(activating), V(failed), V(inactive).
@@ -120,6 +130,12 @@ units:
     result:
       description: C(Result), for example V(success), V(exit-code), V(signal), V(timeout).
       type: str
+    active_seconds:
+      description:
+        - Seconds the unit has been active (since C(ActiveEnterTimestampMonotonic)) at the end of
+          the check.
+        - V(null) when the unit is not active or systemd does not report the monotonic timestamp.
+      type: float
 all_active:
   description:
     - Whether every unit is active (and, with O(stable_for), stayed active without restarting).
@@ -138,11 +154,13 @@ journal_tail:
 """
 
 PROPERTIES = (
-    "Id,ActiveState,SubState,NRestarts,MemoryCurrent,ActiveEnterTimestamp,MainPID,Result,ExecMainStatus"
+    "Id,ActiveState,SubState,NRestarts,MemoryCurrent,ActiveEnterTimestamp,MainPID,Result,ExecMainStatus,"
+    "ActiveEnterTimestampMonotonic"
 )
 POLL_INTERVAL = 1.0
 JOURNAL_LINES = 20
 UINT64_MAX = 2**64 - 1
+USEC_PER_SEC = 1_000_000
 UNIT_NAME_RE = re.compile(r"^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]*$")
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
@@ -179,9 +197,13 @@ class UnitState(NamedTuple):
     main_pid: int
     result: str
     exec_main_status: int | None
+    # CLOCK_MONOTONIC in µs when the unit last entered the active state; None if unknown (or 0).
+    active_enter_monotonic: int | None
+    # time.monotonic() just before systemctl was asked (the unit's state is at least this recent).
+    observed_at: float
 
     @classmethod
-    def from_show(cls, output: str) -> UnitState:
+    def from_show(cls, output: str, observed_at: float) -> UnitState:
         """Parse ``KEY=VALUE`` lines; missing properties get neutral defaults."""
         props: dict[str, str] = {}
         for line in output.splitlines():
@@ -197,11 +219,24 @@ class UnitState(NamedTuple):
             main_pid=_int_or_none(props.get("MainPID")) or 0,
             result=props.get("Result", "unknown") or "unknown",
             exec_main_status=_int_or_none(props.get("ExecMainStatus")),
+            active_enter_monotonic=_int_or_none(props.get("ActiveEnterTimestampMonotonic")) or None,
+            observed_at=observed_at,
         )
 
     @property
     def active(self) -> bool:
         return self.active_state == "active"
+
+    def active_seconds(self, now: float) -> float | None:
+        """Seconds the unit has been active at monotonic time ``now``, or None if unknown.
+
+        None when the unit is not active, systemd gave no monotonic timestamp, or the timestamp
+        lies after ``now`` (the clocks do not match), so callers fall back to watching.
+        """
+        if not self.active or self.active_enter_monotonic is None:
+            return None
+        seconds = now - self.active_enter_monotonic / USEC_PER_SEC
+        return seconds if seconds >= 0 else None
 
     def describe(self) -> str:
         """Short human-readable state, e.g. ``failed/failed, result=exit-code, exit status 1``."""
@@ -210,8 +245,9 @@ class UnitState(NamedTuple):
             text += f", exit status {self.exec_main_status}"
         return text
 
-    def as_dict(self) -> dict[str, Any]:
-        """The documented per-unit return value."""
+    def as_dict(self, now: float) -> dict[str, Any]:
+        """The documented per-unit return value; ``active_seconds`` is taken at ``now``."""
+        active_seconds = self.active_seconds(now)
         return {
             "active_state": self.active_state,
             "sub_state": self.sub_state,
@@ -220,7 +256,33 @@ class UnitState(NamedTuple):
             "active_enter_timestamp": self.active_enter_timestamp,
             "main_pid": self.main_pid,
             "result": self.result,
+            "active_seconds": None if active_seconds is None else round(active_seconds, 3),
         }
+
+
+def instability(before: UnitState, state: UnitState, stable_for: int) -> str | None:
+    """Why ``state`` shows the unit was not stable since ``before``, or None if it was."""
+    if state.n_restarts > before.n_restarts:
+        return (
+            f"crash loop: NRestarts went from {before.n_restarts} to {state.n_restarts} "
+            f"within stable_for={stable_for}s (now {state.describe()})"
+        )
+    if not state.active:
+        return f"left the active state within stable_for={stable_for}s ({state.describe()})"
+    if state.active_enter_timestamp != before.active_enter_timestamp:
+        return (
+            f"restarted within stable_for={stable_for}s (ActiveEnterTimestamp "
+            f"{before.active_enter_timestamp} -> {state.active_enter_timestamp})"
+        )
+    if None not in (before.active_enter_monotonic, state.active_enter_monotonic) and (
+        state.active_enter_monotonic != before.active_enter_monotonic
+    ):
+        # Restarted within the same second: only the µs timestamp shows it.
+        return (
+            f"restarted within stable_for={stable_for}s (ActiveEnterTimestampMonotonic "
+            f"{before.active_enter_monotonic} -> {state.active_enter_monotonic})"
+        )
+    return None
 
 
 class Checker:
@@ -232,6 +294,7 @@ class Checker:
 
     def show(self, unit: str) -> UnitState:
         """Return the current state of ``unit`` (fails the module if systemctl fails)."""
+        observed_at = time.monotonic()
         rc, out, err = self.module.run_command([self.systemctl, "show", "-p", PROPERTIES, unit])
         if rc != 0:
             detail = " / ".join(line.strip() for line in (err or out).splitlines() if line.strip())
@@ -241,7 +304,7 @@ class Checker:
                 rc=rc,
                 stderr=err,
             )
-        return UnitState.from_show(out)
+        return UnitState.from_show(out, observed_at)
 
     def show_all(self, names: list[str]) -> dict[str, UnitState]:
         return {name: self.show(name) for name in names}
@@ -259,39 +322,36 @@ class Checker:
     def watch_stability(
         self, states: dict[str, UnitState], stable_for: int
     ) -> tuple[dict[str, UnitState], dict[str, str]]:
-        """Watch active units for ``stable_for`` seconds.
+        """Make sure every (active) unit in ``states`` has been active for ``stable_for`` seconds.
 
-        Returns the last states and, per unstable unit, why: it left the active state, its
-        NRestarts grew or its ActiveEnterTimestamp changed (restarted). Stops early once
-        every unit is unstable.
+        Time a unit has already been active (ActiveEnterTimestampMonotonic) counts: a unit active
+        for ``stable_for`` seconds is stable at once, the others are watched (polled every
+        second) until they have been active that long, or for the full ``stable_for`` when the
+        monotonic timestamp is unknown. Returns the last states and, per unstable unit, why: it
+        left the active state, its NRestarts grew or it was restarted. Stops early once every
+        watched unit is unstable.
         """
         baseline = dict(states)
         states = dict(states)
         problems: dict[str, str] = {}
-        deadline = time.monotonic() + stable_for
-        while len(problems) < len(states):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            time.sleep(min(POLL_INTERVAL, remaining))
-            for name in [n for n in states if n not in problems]:
+        # Per unit, the monotonic time until which it still has to be watched.
+        pending: dict[str, float] = {}
+        for name, state in states.items():
+            already = state.active_seconds(state.observed_at) or 0.0
+            if already < stable_for:
+                pending[name] = state.observed_at + stable_for - already
+        while pending:
+            pause = min(POLL_INTERVAL, min(pending.values()) - time.monotonic())
+            if pause > 0:
+                time.sleep(pause)
+            for name in list(pending):
                 state = self.show(name)
                 states[name] = state
-                before = baseline[name]
-                if state.n_restarts > before.n_restarts:
-                    problems[name] = (
-                        f"crash loop: NRestarts went from {before.n_restarts} to {state.n_restarts} "
-                        f"within stable_for={stable_for}s (now {state.describe()})"
-                    )
-                elif not state.active:
-                    problems[name] = (
-                        f"left the active state within stable_for={stable_for}s ({state.describe()})"
-                    )
-                elif state.active_enter_timestamp != before.active_enter_timestamp:
-                    problems[name] = (
-                        f"restarted within stable_for={stable_for}s (ActiveEnterTimestamp "
-                        f"{before.active_enter_timestamp} -> {state.active_enter_timestamp})"
-                    )
+                problem = instability(baseline[name], state, stable_for)
+                if problem:
+                    problems[name] = problem
+                if problem or state.observed_at >= pending[name]:
+                    del pending[name]
         return states, problems
 
     def journal_tail(self, names: list[str]) -> dict[str, list[str]]:
@@ -349,9 +409,11 @@ def main() -> None:
     if not problems and params["stable_for"] > 0:
         states, problems = checker.watch_stability(states, params["stable_for"])
 
+    now = time.monotonic()
+
     result: dict[str, Any] = {
         "changed": False,
-        "units": {name: state.as_dict() for name, state in states.items()},
+        "units": {name: state.as_dict(now) for name, state in states.items()},
         "all_active": not problems,
     }
     if problems:

@@ -5,9 +5,14 @@
 #   scripts/sandbox.sh up       build the image once, start the hosts, write inventory/sandbox/hosts.yml
 #   scripts/sandbox.sh down     remove every sandbox container and the egress rule
 #   scripts/sandbox.sh status   one line per host
+#   scripts/sandbox.sh image    only build the image (molecule scenarios use it)
 #
 # Settings (environment): SANDBOX_HOSTS (default 3), SANDBOX_BASE_PORT (default 2200: hosts on 2201..),
-# SANDBOX_DIR (default .sandbox; podman storage, ssh key, image build log live here).
+# SANDBOX_DIR (default .sandbox; podman storage, ssh key, image build log live here),
+# SANDBOX_NAME (default virtuoso-sandbox; a second name gives a second, independent sandbox) and
+# SANDBOX_INVENTORY (default inventory/sandbox/hosts.yml; the file is self-contained) and
+# SANDBOX_APP_TMPFS (e.g. 600m: /home/linuxuser/trading becomes a tmpfs of that size, so tests can
+# run a host out of disk space; default: no tmpfs).
 set -euo pipefail
 
 readonly REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,11 +21,13 @@ readonly SANDBOX_BASE_PORT=${SANDBOX_BASE_PORT:-2200}
 readonly SANDBOX_DIR=$(realpath -m "${SANDBOX_DIR:-$REPO_ROOT/.sandbox}")
 # Bump the tag whenever the image recipe below changes, so an old image is never reused.
 readonly IMAGE=localhost/virtuoso-sandbox:bookworm-3
-readonly LABEL=io.virtuoso.sandbox=1
-readonly NAME_PREFIX=virtuoso-sandbox-
+readonly SANDBOX_NAME=${SANDBOX_NAME:-virtuoso-sandbox}
+readonly LABEL_KEY=io.virtuoso.sandbox
+readonly LABEL=$LABEL_KEY=$SANDBOX_NAME
+readonly NAME_PREFIX=$SANDBOX_NAME-
 readonly PODMAN_SUBNET=10.88.0.0/16
 readonly EGRESS_RULE=(FORWARD -s "$PODMAN_SUBNET" ! -d "$PODMAN_SUBNET" -m comment --comment virtuoso-sandbox-no-egress -j REJECT)
-readonly INVENTORY=$REPO_ROOT/inventory/sandbox/hosts.yml
+readonly INVENTORY=$(realpath -m "${SANDBOX_INVENTORY:-$REPO_ROOT/inventory/sandbox/hosts.yml}")
 readonly SSH_KEY=$SANDBOX_DIR/ssh/id_ed25519
 # Everything the roles install from apt lives in the image: the hosts have no network during tests.
 readonly IMAGE_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,python3-apt,openssh-server,sudo,procps,iproute2,acl,ca-certificates
@@ -112,6 +119,8 @@ build_image() {
 }
 
 host_name() { echo "${NAME_PREFIX}$1"; }
+# The default sandbox's hosts are sandbox1..N; another SANDBOX_NAME's hosts are <name>1..N.
+inventory_name() { if [ "$SANDBOX_NAME" = virtuoso-sandbox ]; then echo "sandbox$1"; else echo "$SANDBOX_NAME$1"; fi; }
 host_port() { echo $((SANDBOX_BASE_PORT + $1)); }
 
 port_busy() { ss -Htln "sport = :$1" | grep -q .; }
@@ -127,8 +136,11 @@ start_host() {
   if container_running "$name"; then return 0; fi
   podman rm -f "$name" >/dev/null 2>&1 || true
   port_busy "$port" && die "port 127.0.0.1:$port is already in use by another program: free it, or pick other ports with SANDBOX_BASE_PORT=<n> (hosts use n+1..n+$SANDBOX_HOSTS)"
-  podman run -d --name "$name" --hostname "sandbox$i" --label "$LABEL" --systemd=always \
-    -p "127.0.0.1:$port:22" \
+  local extra=()
+  [ -z "${SANDBOX_APP_TMPFS:-}" ] ||
+    extra+=(--mount "type=tmpfs,destination=/home/linuxuser/trading,tmpfs-size=$SANDBOX_APP_TMPFS,tmpfs-mode=0755")
+  podman run -d --name "$name" --hostname "$(inventory_name "$i")" --label "$LABEL" --systemd=always \
+    -p "127.0.0.1:$port:22" "${extra[@]}" \
     -v "$SSH_KEY.pub:/home/linuxuser/.ssh/authorized_keys:ro" \
     "$IMAGE" >/dev/null
 }
@@ -170,6 +182,7 @@ unblock_egress() {
 
 write_inventory() {
   local tmp
+  mkdir -p "$(dirname "$INVENTORY")"
   tmp=$(mktemp "$INVENTORY.XXXXXX")
   {
     echo "---"
@@ -179,12 +192,19 @@ write_inventory() {
     echo "    virtuoso:"
     echo "      hosts:"
     for i in $(seq "$SANDBOX_HOSTS"); do
-      echo "        sandbox$i:"
+      echo "        $(inventory_name "$i"):"
       echo "          ansible_port: $(host_port "$i")"
+      echo "          virtuoso_sandbox_container: $(host_name "$i")"
     done
     echo "      vars:"
     echo "        ansible_host: 127.0.0.1"
+    echo "        ansible_user: linuxuser"
+    echo "        ansible_become: true"
+    echo "        ansible_python_interpreter: /usr/bin/python3"
     echo "        ansible_ssh_private_key_file: $SSH_KEY"
+    echo "        # Each sandbox host makes fresh SSH host keys when it starts: known_hosts cannot pin them."
+    echo "        ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+    echo "        virtuoso_inventory_hint: the sandbox is not running or not reachable; run \`make sandbox-up\`"
   } >"$tmp"
   if cmp -s "$tmp" "$INVENTORY"; then rm -f "$tmp"; else mv "$tmp" "$INVENTORY"; fi
 }
@@ -215,7 +235,7 @@ cmd_up() {
   block_egress
   for i in $(seq "$SANDBOX_HOSTS"); do wait_ready "$i"; done
   write_inventory
-  say "$SANDBOX_HOSTS host(s) up: ssh -i $SSH_KEY -p $(host_port 1) linuxuser@127.0.0.1 (inventory: inventory/sandbox/hosts.yml)"
+  say "$SANDBOX_HOSTS host(s) up: ssh -i $SSH_KEY -p $(host_port 1) linuxuser@127.0.0.1 (inventory: $INVENTORY)"
 }
 
 cmd_down() {
@@ -225,10 +245,23 @@ cmd_down() {
     local names
     names=$(podman ps -a --filter "label=$LABEL" --format '{{.Names}}')
     [ -z "$names" ] || podman rm -f -t 5 $names >/dev/null
+    # The egress rule covers every sandbox: it goes with the last one.
+    if [ -z "$(podman ps -a --filter "label=$LABEL_KEY" --format '{{.Names}}')" ] && command -v iptables >/dev/null; then
+      unblock_egress
+    fi
+  elif command -v iptables >/dev/null; then
+    unblock_egress
   fi
-  command -v iptables >/dev/null && unblock_egress
   rm -f "$INVENTORY"
-  say "down: no sandbox containers, egress rule removed"
+  say "down: $SANDBOX_NAME removed"
+}
+
+cmd_image() {
+  require_root
+  require_tools
+  podman_env
+  build_image
+  say "image $IMAGE ready"
 }
 
 cmd_status() {
@@ -241,5 +274,6 @@ case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) die "usage: $0 up|down|status" ;;
+  image) cmd_image ;;
+  *) die "usage: $0 up|down|status|image" ;;
 esac

@@ -15,8 +15,17 @@ from tests.library.conftest import load_module
 
 WEB = "virtuoso-web.service"
 MON = "virtuoso-monitor.service"
-PROPS = "Id,ActiveState,SubState,NRestarts,MemoryCurrent,ActiveEnterTimestamp,MainPID,Result,ExecMainStatus"
+PROPS = (
+    "Id,ActiveState,SubState,NRestarts,MemoryCurrent,ActiveEnterTimestamp,MainPID,Result,ExecMainStatus,"
+    "ActiveEnterTimestampMonotonic"
+)
 TS = "Tue 2026-11-24 03:15:02 UTC"
+NOW = 50_000.0  # fake monotonic clock for the tests that use ActiveEnterTimestampMonotonic
+
+
+def usec(seconds: float) -> int:
+    """A CLOCK_MONOTONIC time in µs, as in ActiveEnterTimestampMonotonic."""
+    return round(seconds * 1_000_000)
 
 
 def show(
@@ -29,11 +38,14 @@ def show(
     pid: int = 4242,
     result: str = "success",
     status: int = 0,
+    mono: int | str | None = None,
 ) -> str:
+    """``systemctl show`` output; ``mono=None`` leaves ActiveEnterTimestampMonotonic out."""
     return (
         f"Id={unit}\nActiveState={active}\nSubState={sub}\nNRestarts={restarts}\n"
         f"MemoryCurrent={memory}\nActiveEnterTimestamp={since}\nMainPID={pid}\n"
         f"Result={result}\nExecMainStatus={status}\n"
+        + ("" if mono is None else f"ActiveEnterTimestampMonotonic={mono}\n")
     )
 
 
@@ -125,6 +137,7 @@ def test_active_units_are_reported(host, check):
                 "active_enter_timestamp": TS,
                 "main_pid": 4242,
                 "result": "success",
+                "active_seconds": None,
             },
             MON: {
                 "active_state": "active",
@@ -134,6 +147,7 @@ def test_active_units_are_reported(host, check):
                 "active_enter_timestamp": TS,
                 "main_pid": 7,
                 "result": "success",
+                "active_seconds": None,
             },
         },
     }
@@ -335,6 +349,127 @@ def test_wait_then_stable(host, check):
     assert sum(host.sleeps) == pytest.approx(4.0)
 
 
+# --- stable_for counts the time a unit has already been active ----------------------------
+
+
+def test_active_seconds_reported(host, check):
+    host.now = NOW
+    host.units = {WEB: [show(mono=usec(NOW - 5412.318))]}
+    result = check(name=[WEB])
+    assert result["units"][WEB]["active_seconds"] == pytest.approx(5412.318)
+    assert isinstance(result["units"][WEB]["active_seconds"], float)
+
+
+def test_already_stable_units_do_not_wait(host, check):
+    # A no-op deploy re-run: both units have been up for an hour.
+    host.now = NOW
+    host.units = {
+        WEB: [show(restarts=2, mono=usec(NOW - 3600))],
+        MON: [show(unit=MON, mono=usec(NOW - 30))],
+    }
+    result = check(name=[WEB, MON], stable_for=30)
+    assert result["all_active"] is True
+    assert not result.get("failed")
+    assert host.sleeps == []
+    assert host.now == NOW  # the fake clock never advanced
+    assert len(host.show_calls()) == 2  # one look at each unit, no watching
+    assert result["units"][WEB]["active_seconds"] == pytest.approx(3600.0)
+    assert result["units"][MON]["active_seconds"] == pytest.approx(30.0)
+
+
+def test_partially_stable_unit_waits_only_the_remainder(host, check):
+    host.now = NOW
+    host.units = {WEB: [show(mono=usec(NOW - 7.5))]}
+    result = check(name=[WEB], stable_for=10)
+    assert result["all_active"] is True
+    assert host.sleeps == pytest.approx([1.0, 1.0, 0.5])
+    assert host.now == pytest.approx(NOW + 2.5)
+    assert len(host.show_calls()) == 4  # the first look plus one poll per sleep
+    assert result["units"][WEB]["active_seconds"] == pytest.approx(10.0)
+
+
+def test_each_unit_is_watched_only_for_its_own_remainder(host, check):
+    host.now = NOW
+    host.units = {
+        WEB: [show(mono=usec(NOW - 8))],  # needs 2 more seconds
+        MON: [show(unit=MON, mono=usec(NOW - 4))],  # needs 6 more seconds
+    }
+    result = check(name=[WEB, MON], stable_for=10)
+    assert result["all_active"] is True
+    assert sum(host.sleeps) == pytest.approx(6.0)
+    web_calls = [c for c in host.show_calls() if c[-1] == WEB]
+    mon_calls = [c for c in host.show_calls() if c[-1] == MON]
+    assert len(web_calls) == 1 + 2
+    assert len(mon_calls) == 1 + 6
+    assert result["units"][WEB]["active_seconds"] == pytest.approx(14.0)  # at the end of the check
+    assert result["units"][MON]["active_seconds"] == pytest.approx(10.0)
+
+
+def test_crash_loop_detected_while_watching_the_remainder(host, check):
+    # Systemd restarted the unit 2s ago and keeps restarting it.
+    host.now = NOW
+    host.units = {
+        WEB: [
+            show(restarts=5, mono=usec(NOW - 2)),
+            show(restarts=5, mono=usec(NOW - 2)),
+            show(restarts=6, mono=usec(NOW + 1.5)),
+        ],
+    }
+    result = check(name=[WEB], stable_for=10)
+    assert result["failed"] is True
+    assert "crash loop: NRestarts went from 5 to 6 within stable_for=10s" in result["msg"]
+    assert result["all_active"] is False
+    assert sum(host.sleeps) == pytest.approx(2.0)
+    assert list(result["journal_tail"]) == [WEB]
+
+
+def test_restart_within_the_same_second_detected_by_monotonic_timestamp(host, check):
+    # A manual restart (NRestarts unchanged) with the same second-resolution ActiveEnterTimestamp.
+    host.now = NOW
+    host.units = {WEB: [show(mono=usec(NOW - 0.2)), show(mono=usec(NOW + 0.6))]}
+    result = check(name=[WEB], stable_for=5)
+    assert result["failed"] is True
+    assert "restarted within stable_for=5s (ActiveEnterTimestampMonotonic" in result["msg"]
+
+
+def test_unit_leaving_active_state_during_remainder(host, check):
+    host.now = NOW
+    host.units = {WEB: [show(mono=usec(NOW - 1)), FAILED]}
+    result = check(name=[WEB], stable_for=10)
+    assert result["failed"] is True
+    assert "left the active state within stable_for=10s" in result["msg"]
+    assert result["units"][WEB]["active_seconds"] is None  # not active
+
+
+@pytest.mark.parametrize(
+    "mono",
+    [
+        None,  # property not reported
+        0,  # never entered the active state as far as systemd knows
+        "",
+        "[not set]",
+        usec(NOW + 60),  # in the future: not the same clock, do not trust it
+    ],
+)
+def test_unknown_monotonic_timestamp_falls_back_to_full_watch(host, check, mono):
+    host.now = NOW
+    host.units = {WEB: [show(mono=mono)]}
+    result = check(name=[WEB], stable_for=5)
+    assert result["all_active"] is True
+    assert sum(host.sleeps) == pytest.approx(5.0)
+    assert host.now == pytest.approx(NOW + 5)
+    assert result["units"][WEB]["active_seconds"] is None
+
+
+def test_stable_for_zero_does_not_watch(host, check):
+    host.now = NOW
+    host.units = {WEB: [show(mono=usec(NOW - 0.1))]}
+    result = check(name=[WEB], stable_for=0)
+    assert result["all_active"] is True
+    assert host.sleeps == []
+    assert len(host.show_calls()) == 1
+
+
 # --- bad parameters -----------------------------------------------------------------------
 
 
@@ -389,6 +524,7 @@ def test_return_doc_matches_results(host, check):
     result = check(name=[WEB])
     assert set(result) - {"changed"} == {k for k, v in documented.items() if v["returned"] == "always"}
     assert set(result["units"][WEB]) == set(documented["units"]["contains"])
+    assert set(documented["units"]["sample"][WEB]) == set(documented["units"]["contains"])
     host.units = {WEB: [FAILED]}
     failed = check(name=[WEB])
     assert set(failed) - {"changed", "failed", "msg"} == set(documented)
