@@ -11,7 +11,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from src.utils.safe_operations import safe_divide
+from src.utils.safe_operations import finite_or, safe_divide
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -22,6 +22,7 @@ __all__ = [
     "clean_price",
     "clean_volume",
     "ewm_wilder",
+    "finite_result",
     "linear_recurrence",
     "rolling_max",
     "rolling_min",
@@ -93,12 +94,26 @@ def clean_volume(x: npt.ArrayLike, name: str = "volume") -> FloatArray:
     return np.where(np.isfinite(arr), arr, 0.0)
 
 
+def finite_result(x: FloatArray, default: float) -> FloatArray:
+    """``finite_or(x, default)`` for an array the caller owns: ``x`` itself when already finite.
+
+    Same values and same fallback counting as :func:`finite_or` (which copies); the common
+    all-finite case costs one reduction instead of a copy.
+    """
+    if _all_finite(x):
+        return x
+    return finite_or(x, default)  # type: ignore[return-value]
+
+
 def rolling_sum(x: FloatArray, period: int) -> FloatArray:
     """Trailing window sums: ``out[i] = sum(x[max(0, i - period + 1): i + 1])``."""
-    out = np.cumsum(x)
-    if period < out.size:
-        # in place, back to front, so the subtrahend is still the untouched cumulative sum
-        out[period:] -= out[:-period].copy()
+    csum = np.cumsum(x)
+    if period >= csum.size:
+        return csum
+    # cumsum[i] - cumsum[i - period], written to a fresh array: no copy of the subtrahend
+    out = np.empty_like(csum)
+    out[:period] = csum[:period]
+    np.subtract(csum[period:], csum[:-period], out=out[period:])
     return out
 
 

@@ -16,6 +16,7 @@ from src.indicators._common import (
     check_period,
     clean_price,
     clean_volume,
+    finite_result,
     rolling_sum,
     same_length,
 )
@@ -46,7 +47,8 @@ def typical_price(high: FloatArray, low: FloatArray, close: FloatArray) -> Float
     """``(high + low + close) / 3`` (TA-Lib TYPPRICE)."""
     tp = high + low
     tp += close
-    return tp / 3.0
+    tp /= 3.0
+    return tp
 
 
 def vwap(high: npt.ArrayLike, low: npt.ArrayLike, close: npt.ArrayLike, volume: npt.ArrayLike) -> FloatArray:
@@ -58,7 +60,8 @@ def vwap(high: npt.ArrayLike, low: npt.ArrayLike, close: npt.ArrayLike, volume: 
     tp = typical_price(h, lo, c)
     pv = np.multiply(tp, v)
     np.cumsum(pv, out=pv)
-    return finite_or(safe_divide(pv, np.cumsum(v), tp), 0.0)
+    cv = np.cumsum(v)
+    return finite_result(safe_divide(pv, cv, tp), 0.0)
 
 
 def obv(close: npt.ArrayLike, volume: npt.ArrayLike) -> FloatArray:
@@ -69,8 +72,9 @@ def obv(close: npt.ArrayLike, volume: npt.ArrayLike) -> FloatArray:
     if n == 0:
         return out
     out[0] = v[0]
-    np.subtract(c[1:], c[:-1], out=out[1:])
-    np.sign(out[1:], out=out[1:])
+    # np.sign in place is ~6x slower than into another buffer (no SIMD loop for aliased
+    # operands), so the price change gets its own temporary
+    np.sign(np.subtract(c[1:], c[:-1]), out=out[1:])
     out[1:] *= v[1:]
     return np.cumsum(out, out=out)
 
@@ -91,7 +95,7 @@ def accumulation_distribution(
     h, lo, c, v = _hlcv(high, low, close, volume)
     mfv = close_location_value(h, lo, c)
     mfv *= v
-    return finite_or(np.cumsum(mfv, out=mfv), 0.0)
+    return finite_result(np.cumsum(mfv, out=mfv), 0.0)
 
 
 def chaikin_money_flow(
@@ -136,13 +140,18 @@ def money_flow_index(
         direction = np.subtract(tp[1:], tp[:-1])
         np.multiply(mf[1:], direction > 0.0, out=up[1:])
         np.multiply(mf[1:], direction < 0.0, out=down[1:])
+        del direction
+    del mf, tp
     pos = rolling_sum(up, period)
+    del up
     total = rolling_sum(down, period)
+    del down
     total += pos
     pos *= 100.0
     out = safe_divide(pos, total, DEFAULT_SCORE)
     out[:period] = DEFAULT_SCORE
-    return np.clip(finite_or(out, DEFAULT_SCORE), 0.0, 100.0)
+    out = finite_result(out, DEFAULT_SCORE)
+    return np.clip(out, 0.0, 100.0, out=out)
 
 
 def volume_price_trend(close: npt.ArrayLike, volume: npt.ArrayLike) -> FloatArray:

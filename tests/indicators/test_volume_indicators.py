@@ -104,3 +104,93 @@ def test_length_mismatch_and_shape_errors():
         vi.obv(np.ones((2, 2)), np.ones((2, 2)))
     with pytest.raises(ValueError, match="period"):
         vi.money_flow_index(H, L, C, V, period=0)
+
+
+# --------------------------------------------------------------------------- bitwise references
+
+
+def _bits(a):
+    return np.asarray(a, dtype=np.float64).view(np.uint64)
+
+
+def _ref_rolling_sum(x, period):
+    cs = np.cumsum(x)
+    out = cs.copy()
+    out[period:] = cs[period:] - cs[:-period]
+    return out
+
+
+@pytest.fixture(params=["positive", "negative_volume_and_ties"])
+def wide_market(request):
+    rng = np.random.default_rng(11)
+    n = 2000
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
+    high = close * (1.0 + rng.random(n) * 0.01)
+    low = close * (1.0 - rng.random(n) * 0.01)
+    volume = rng.random(n) * 1000.0
+    if request.param != "positive":
+        close = np.round(close, 1)
+        high, low = np.maximum(high, close), np.minimum(low, close)
+        high[::50] = low[::50] = close[::50]
+        volume = rng.normal(size=n) * 100.0
+        volume[::7] = 0.0
+    return high, low, close, volume
+
+
+def test_obv_matches_sign_cumsum_bitwise(wide_market):
+    _, _, c, v = wide_market
+    expected = np.concatenate(([v[0]], np.sign(np.diff(c)) * v[1:])).cumsum()
+    assert np.array_equal(_bits(vi.obv(c, v)), _bits(expected))
+
+
+def test_ad_matches_reference_bitwise(wide_market):
+    h, lo, c, v = wide_market
+    clv = np.zeros_like(c)
+    rng = h - lo
+    ok = np.abs(rng) >= 1e-10
+    clv[ok] = (((c - lo) - h) + c)[ok] / rng[ok]
+    assert np.array_equal(_bits(vi.accumulation_distribution(h, lo, c, v)), _bits(np.cumsum(clv * v)))
+
+
+@pytest.mark.parametrize("period", [1, 3, 14, 5000])
+def test_mfi_matches_reference_bitwise(wide_market, period):
+    h, lo, c, v = wide_market
+    tp = ((h + lo) + c) / 3.0
+    mf = tp * v
+    direction = np.diff(tp)
+    up = np.concatenate(([0.0], mf[1:] * (direction > 0.0)))
+    down = np.concatenate(([0.0], mf[1:] * (direction < 0.0)))
+    pos = _ref_rolling_sum(up, period)
+    total = _ref_rolling_sum(down, period) + pos
+    with np.errstate(all="ignore"):
+        raw = (pos * 100.0) / total
+    expected = np.where((np.abs(total) >= 1e-10) & np.isfinite(raw), raw, 50.0)
+    expected[:period] = 50.0
+    expected = np.clip(expected, 0.0, 100.0)
+    assert np.array_equal(_bits(vi.money_flow_index(h, lo, c, v, period)), _bits(expected))
+
+
+def test_vwap_matches_reference_bitwise(wide_market):
+    h, lo, c, v = wide_market
+    tp = ((h + lo) + c) / 3.0
+    cv = np.cumsum(v)
+    with np.errstate(all="ignore"):
+        raw = np.cumsum(tp * v) / cv
+    expected = np.where((np.abs(cv) >= 1e-10) & np.isfinite(raw), raw, tp)
+    assert np.array_equal(_bits(vi.vwap(h, lo, c, v)), _bits(expected))
+
+
+def test_outputs_do_not_alias_inputs(wide_market):
+    h, lo, c, v = wide_market
+    before = [x.copy() for x in wide_market]
+    outs = [
+        vi.vwap(h, lo, c, v),
+        vi.obv(c, v),
+        vi.accumulation_distribution(h, lo, c, v),
+        vi.money_flow_index(h, lo, c, v),
+        vi.chaikin_money_flow(h, lo, c, v),
+    ]
+    for out in outs:
+        assert not any(np.shares_memory(out, x) for x in wide_market)
+    for x, y in zip(wide_market, before, strict=True):
+        assert np.array_equal(x, y)

@@ -372,3 +372,77 @@ def test_prop_percentages_finite_and_consistent(part, whole):
     for p, w, got in zip(part, whole, pct, strict=True):
         assert bits_equal(safe_percentage(float(p), float(w)), got)
     assert np.all(np.isfinite(safe_pct_change(part, whole)))
+
+
+# --------------------------------------------------------------------------- fast-path edges
+
+
+@pytest.mark.parametrize("num", [1.0, -2.5, 0.0, 3, 0])
+@pytest.mark.parametrize("den", [0.0, -0.0, 0])
+@pytest.mark.parametrize("eps", [0.0, -1.0])
+def test_scalar_zero_denominator_with_non_positive_epsilon_returns_default(num, den, eps):
+    with count_fallbacks() as counter:
+        out = safe_divide(num, den, -3.0, eps)
+    assert type(out) is float
+    assert out == -3.0
+    assert counter.count == 1
+    assert bits_equal(out, safe_divide(np.array([num], dtype=np.float64), den, -3.0, eps)[0])
+
+
+@pytest.mark.parametrize(
+    ("num", "den", "kwargs", "expected"),
+    [
+        (1.0, math.inf, {}, 0.0),
+        (0.0, -math.inf, {"default": 4.0}, 4.0),
+        (-0.0, 2.0, {}, -0.0),
+        (0.0, -2.0, {"default": 4.0}, -0.0),
+        (3.0, -1e-10, {}, -3e10),
+        (4, -3, {"epsilon": 2}, 4 / -3),
+        (1, 1, {"epsilon": 2.0}, 0.0),
+        (1, -1, {"epsilon": math.nan, "default": 9}, 9.0),
+        (1.0, 2.0, {"epsilon": math.nan, "default": 9.0}, 9.0),
+        (10**400, 10**399, {"default": 1}, 10.0),
+        (7, 3, {"default": 0}, 7 / 3),
+        (7.5, 3, {}, 2.5),
+        (7, 2.5, {}, 2.8),
+    ],
+)
+def test_scalar_fast_paths_edges(num, den, kwargs, expected):
+    out = safe_divide(num, den, **kwargs)
+    assert type(out) is float
+    assert bits_equal(out, expected)
+
+
+def test_scalar_default_array_still_broadcasts_on_fast_types():
+    out = safe_divide(1.0, 4.0, default=np.full(2, 7.0))
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(out, [0.25, 0.25])
+    np.testing.assert_array_equal(safe_divide(1, 0, default=np.full(2, 7.0)), [7.0, 7.0])
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_array_one_signed_denominators_with_infinities_and_nans(sign):
+    den = sign * np.array([1.0, np.inf, 2.0, np.nan, 1e-11, 4.0])
+    num = np.array([1.0, 1.0, np.inf, 1.0, 1.0, 8.0])
+    with count_fallbacks() as counter:
+        out = safe_divide(num, den, 5.0)
+    np.testing.assert_array_equal(out, [sign, 5.0, 5.0, 5.0, 5.0, 2.0 * sign])
+    assert counter.count == 4
+
+
+def test_array_large_mixed_sign_paths_match_reference():
+    rng = np.random.default_rng(3)
+    num = rng.normal(size=20_000)
+    for den in (rng.normal(size=20_000), rng.normal(size=20_000) + 4.0, -rng.random(20_000) - 1.0):
+        den[::97] = 0.0
+        den[5::501] = 1e-12
+        for d in (den, np.abs(den) + 1.0):
+            with count_fallbacks() as counter:
+                out = safe_divide(num, d, 2.0)
+            expected, bad = reference(num, d, 2.0)
+            assert bits_equal(out, expected)
+            assert counter.count == int(np.count_nonzero(bad))
+    with count_fallbacks() as counter:
+        out = safe_divide(np.full(1000, 1e300), np.full(1000, 1e-300), 3.0)  # every quotient overflows
+    assert bits_equal(out, np.full(1000, 3.0))
+    assert counter.count == 1000
