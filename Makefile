@@ -16,7 +16,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 
-.PHONY: help setup host-deps sandbox-up sandbox-down sandbox-status deploy test lint unit bench clean
+.PHONY: help setup host-deps sandbox-up sandbox-down sandbox-status deploy test lint unit molecule bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -57,10 +57,25 @@ lint: setup ## ansible-lint (production profile), yamllint, ruff
 unit: setup ## Tests that need no sandbox host
 	pytest -m "not sandbox" $(PYTEST_ARGS)
 
-test: lint sandbox-up ## Everything CI runs: lint, unit, sandbox integration tests
+test: lint sandbox-up ## Everything CI runs: lint, unit, sandbox integration + fault tests, molecule
 	pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory molecule
 
-bench: setup ## Benchmarks (ratios measured side by side)
+# Molecule scenarios (molecule/): `default` (the whole deploy.yml) and one per role, each on its own
+# throwaway host of the sandbox image (`network: none`, so no egress rule is needed). MOLECULE_SCENARIOS
+# picks some, e.g. `make molecule MOLECULE_SCENARIOS="default virtuoso_smoke"`.
+MOLECULE_SCENARIOS ?= default virtuoso_python virtuoso_release virtuoso_services virtuoso_smoke
+molecule: setup ## Molecule: converge, idempotence and verify of deploy.yml and of every role
+	@bash scripts/sandbox.sh image
+	@export CONTAINERS_CONF=$(CURDIR)/.sandbox/containers.conf CONTAINERS_STORAGE_CONF=$(CURDIR)/.sandbox/storage.conf \
+	  ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1; \
+	for scenario in $(MOLECULE_SCENARIOS); do \
+	  start=$$(date +%s); \
+	  molecule test --scenario-name "$$scenario" || { echo "molecule: scenario $$scenario FAILED"; exit 1; }; \
+	  echo "molecule: scenario $$scenario passed in $$(( $$(date +%s) - start ))s"; \
+	done
+
+bench: sandbox-up ## Benchmarks (ratios measured side by side; the deploy ones use the sandbox)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements/bench.txt
 	@for script in bench/bench_*.py; do echo "== $$script"; python "$$script"; done
 
