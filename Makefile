@@ -35,6 +35,9 @@ $(COLLECTIONS)/.installed: scripts/install-collections.py | $(VENV)/.installed
 
 setup: $(VENV)/.installed $(COLLECTIONS)/.installed ## Install the controller toolchain (.venv, collections, apt packages)
 
+# The app root of each sandbox host is a 1 GiB tmpfs, so the fault suite can fill a host's disk.
+SANDBOX_APP_TMPFS ?= 1g
+export SANDBOX_APP_TMPFS
 sandbox-up: setup ## Start the local sandbox hosts (real systemd + sshd on 127.0.0.1)
 	@bash scripts/sandbox.sh up
 
