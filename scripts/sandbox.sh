@@ -204,6 +204,7 @@ write_inventory() {
     echo "        ansible_ssh_private_key_file: $SSH_KEY"
     echo "        # Each sandbox host makes fresh SSH host keys when it starts: known_hosts cannot pin them."
     echo "        ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+    echo "        ansible_host_key_checking: false"
     echo "        virtuoso_inventory_hint: the sandbox is not running or not reachable; run \`make sandbox-up\`"
   } >"$tmp"
   if cmp -s "$tmp" "$INVENTORY"; then rm -f "$tmp"; else mv "$tmp" "$INVENTORY"; fi
