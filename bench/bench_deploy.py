@@ -11,10 +11,7 @@ Run: .venv/bin/python bench/bench_deploy.py
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,44 +19,24 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
-INVENTORY = REPO_ROOT / "inventory" / "sandbox" / "hosts.yml"
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.integration.conftest import SANDBOX_INVENTORY, VENV_BIN, ansible_env  # noqa: E402
+from tests.integration.faults import Host, code_change, inventory_hosts, make_tree, podman, podman_env  # noqa: E402
+
 RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
 
 def env() -> dict[str, str]:
-    """The project's ansible configuration, the venv first on PATH."""
-    return {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
-        "ANSIBLE_FORCE_COLOR": "0",
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-    }
+    """The project's ansible configuration with the default (text) output, whose recap is parsed."""
+    return ansible_env(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default")
 
 
-def sandbox_hosts() -> list[str]:
-    """Inventory names of the sandbox hosts."""
-    listing = subprocess.run(
-        [str(VENV_BIN / "ansible-inventory"), "-i", str(INVENTORY), "--list"],
-        cwd=REPO_ROOT,
-        env=env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return sorted(json.loads(listing.stdout)["virtuoso"]["hosts"])
-
-
-def recreate_host(host: str) -> None:
+def recreate_host(host: Host) -> None:
     """Throw the host's container away and start a fresh one from the image."""
-    index = int(re.sub(r"\D", "", host))
-    podman_env = {
-        **env(),
-        "CONTAINERS_CONF": str(REPO_ROOT / ".sandbox/containers.conf"),
-        "CONTAINERS_STORAGE_CONF": str(REPO_ROOT / ".sandbox/storage.conf"),
-    }
-    subprocess.run(["podman", "rm", "-f", "-t", "3", f"virtuoso-sandbox-{index}"], env=podman_env, check=True)
-    subprocess.run(["bash", "scripts/sandbox.sh", "up"], cwd=REPO_ROOT, env=podman_env, check=True)
+    podman("rm", "-f", "-t", "3", host.container)
+    sandbox_env = {**env(), **podman_env()}
+    subprocess.run(["bash", "scripts/sandbox.sh", "up"], cwd=REPO_ROOT, env=sandbox_env, check=True)
 
 
 def timed_playbook(playbook: str, host: str, *extra: str) -> tuple[float, int]:
@@ -69,7 +46,7 @@ def timed_playbook(playbook: str, host: str, *extra: str) -> tuple[float, int]:
         [
             str(VENV_BIN / "ansible-playbook"),
             "-i",
-            str(INVENTORY),
+            str(SANDBOX_INVENTORY),
             f"playbooks/{playbook}",
             "--limit",
             host,
@@ -88,26 +65,18 @@ def timed_playbook(playbook: str, host: str, *extra: str) -> tuple[float, int]:
     return elapsed, changed.get(host, -1)
 
 
-def edited_source_tree(into: Path) -> Path:
-    """A copy of the shippable tree with one module edited (a code-only change)."""
-    for entry in ("src", "tests", "requirements"):
-        shutil.copytree(REPO_ROOT / entry, into / entry, ignore=shutil.ignore_patterns("__pycache__"))
-    module = into / "src" / "indicators" / "scoring.py"
-    module.write_text(module.read_text() + f"\n# bench edit {time.time_ns()}\n")
-    return into
-
-
 def main() -> None:
-    host = sandbox_hosts()[-1]
+    target = inventory_hosts()[-1]
+    host = target.name
     print(f"host: {host} (re-created from the image)")
-    recreate_host(host)
+    recreate_host(target)
     rows = []
     seconds, changed = timed_playbook("deploy.yml", host)
     rows.append(("cold deploy of a fresh host", seconds, 90.0, f"changed={changed}"))
     seconds, changed = timed_playbook("deploy.yml", host)
     rows.append(("no-op re-run", seconds, 15.0, f"changed={changed}"))
     with tempfile.TemporaryDirectory() as tmp:
-        tree = edited_source_tree(Path(tmp))
+        tree = make_tree(Path(tmp) / "tree", code_change)
         seconds, changed = timed_playbook("deploy.yml", host, "-e", f"virtuoso_release_source_dir={tree}")
     rows.append(("code-only redeploy", seconds, 30.0, f"changed={changed}"))
     seconds, changed = timed_playbook("rollback.yml", host)

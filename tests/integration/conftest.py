@@ -90,18 +90,23 @@ def run_playbook(
     return PlaybookRun(done.returncode, raw["stats"], raw["plays"], done.stderr, raw)
 
 
-@pytest.fixture(scope="session")
-def sandbox_hosts() -> list[str]:
-    """Names of the sandbox hosts; fails (never skips) when the sandbox is down."""
-    hosts_file = SANDBOX_INVENTORY if SANDBOX_INVENTORY.is_file() else SANDBOX_INVENTORY / "hosts.yml"
-    if not hosts_file.exists():
-        pytest.fail("sandbox is down: run `make sandbox-up` (make test does it for you)")
+def inventory_listing(inventory: Path | str = SANDBOX_INVENTORY) -> dict[str, Any]:
+    """``ansible-inventory --list`` of ``inventory``, parsed (groups, and hostvars under ``_meta``)."""
     done = subprocess.run(
-        [str(VENV_BIN / "ansible-inventory"), "-i", str(SANDBOX_INVENTORY), "--list"],
+        [str(VENV_BIN / "ansible-inventory"), "-i", str(inventory), "--list"],
         cwd=REPO_ROOT,
         env=ansible_env(),
         capture_output=True,
         text=True,
         check=True,
     )
-    return sorted(json.loads(done.stdout)["virtuoso"]["hosts"])
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="session")
+def sandbox_hosts() -> list[str]:
+    """Names of the sandbox hosts; fails (never skips) when the sandbox is down."""
+    hosts_file = SANDBOX_INVENTORY if SANDBOX_INVENTORY.is_file() else SANDBOX_INVENTORY / "hosts.yml"
+    if not hosts_file.exists():
+        pytest.fail("sandbox is down: run `make sandbox-up` (make test does it for you)")
+    return sorted(inventory_listing()["virtuoso"]["hosts"])

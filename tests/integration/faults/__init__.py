@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import REPO_ROOT, SANDBOX_INVENTORY, VENV_BIN, ansible_env, run_playbook
+from tests.integration.conftest import (
+    REPO_ROOT,
+    SANDBOX_INVENTORY,
+    VENV_BIN,
+    ansible_env,
+    inventory_listing,
+    run_playbook,
+)
 
 APP_ROOT = "/home/linuxuser/trading/Virtuoso_ccxt"
 UNITS = ("virtuoso-trading.service", "virtuoso-health-monitor.service")
@@ -151,15 +158,7 @@ class HostState:
 
 def inventory_hosts() -> list[Host]:
     """The hosts of the sandbox inventory (sorted by name) with their container and SSH port."""
-    done = subprocess.run(
-        [str(VENV_BIN / "ansible-inventory"), "-i", str(SANDBOX_INVENTORY), "--list"],
-        cwd=REPO_ROOT,
-        env=ansible_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    data = json.loads(done.stdout)
+    data = inventory_listing()
     hostvars = data["_meta"]["hostvars"]
     return [
         Host(name, hostvars[name]["virtuoso_sandbox_container"], int(hostvars[name]["ansible_port"]))
