@@ -94,14 +94,60 @@ def main(n: int = 1_000_000, repeat: int = 15) -> None:
         f"{'indicator':<10}{'ours ms':>10}{'TA-Lib ms':>11}{'ta ms':>10}{'ours/TA-Lib':>13}{'ta/ours':>10}"
         f"{'max|diff|':>12}"
     )
+    ta_ms = {}
     for name, (ours_fn, talib_fn, ta_fn, warm) in cases.items():
         (t_ours, t_lib, t_ta), (ours, ref, _) = interleaved((ours_fn, talib_fn, ta_fn), repeat)
+        ta_ms[name] = t_ta * 1e3
         diff = float(np.max(np.abs(ours[warm:] - np.asarray(ref)[warm:])))
         ref_label = " (numpy ref)" if name == "VWAP" else ""
         print(
             f"{name:<10}{t_ours * 1e3:>10.2f}{t_lib * 1e3:>11.2f}{t_ta * 1e3:>10.1f}"
             f"{t_ours / t_lib:>12.2f}x{t_ta / t_ours:>9.1f}x{diff:>12.2e}{ref_label}"
         )
+    print_numpy_floor((high, low, close, volume), ta_ms, repeat)
+
+
+# The least any numpy version must compute (no guards, no input checks, every temporary reused):
+# the ceiling of ta/ours in numpy for the cumulative indicators is ``ta`` over these.
+def obv_floor(high, low, close, volume):
+    out = np.empty_like(close)
+    out[0] = volume[0]
+    np.sign(np.subtract(close[1:], close[:-1]), out=out[1:])  # np.sign in place has no SIMD loop
+    np.multiply(out[1:], volume[1:], out=out[1:])
+    return np.cumsum(out, out=out)
+
+
+def ad_floor(high, low, close, volume):
+    num = np.subtract(close, low)
+    tmp = np.subtract(high, close)
+    np.subtract(num, tmp, out=num)
+    np.subtract(high, low, out=tmp)
+    with np.errstate(all="ignore"):
+        np.divide(num, tmp, out=num)
+    np.multiply(num, volume, out=num)
+    return np.cumsum(num, out=num)
+
+
+def vwap_floor(high, low, close, volume):
+    pv = np.add(high, low)
+    np.add(pv, close, out=pv)
+    np.multiply(pv, volume, out=pv)
+    np.cumsum(pv, out=pv)
+    cum_volume = np.cumsum(volume)
+    with np.errstate(all="ignore"):
+        np.divide(pv, cum_volume, out=pv)
+    return np.divide(pv, 3.0, out=pv)
+
+
+FLOORS = {"OBV": obv_floor, "AD": ad_floor, "VWAP": vwap_floor}
+
+
+def print_numpy_floor(bars: tuple[np.ndarray, ...], ta_ms: dict[str, float], repeat: int) -> None:
+    """Time each floor and print the best ``ta/ours`` a numpy implementation could reach."""
+    times, _ = interleaved(tuple(lambda f=f: f(*bars) for f in FLOORS.values()), repeat)
+    print("numpy floor (unguarded, temporaries reused): the ceiling of ta/ours without compiled code")
+    for (name, _), seconds in zip(FLOORS.items(), times, strict=True):
+        print(f"  {name:<8}{seconds * 1e3:>8.2f} ms   ta/floor {ta_ms[name] / (seconds * 1e3):>5.1f}x")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -79,6 +81,29 @@ def timed_deploy(tree: Path, *args: str, extra_vars: dict | None = None) -> tupl
     return wall, run
 
 
+def stable_seconds() -> float:
+    """virtuoso_services_stable_seconds: how long every restarted host must stay up before it passes."""
+    defaults = yaml.safe_load((REPO / "roles/virtuoso_services/defaults/main.yml").read_text())
+    return float(defaults["virtuoso_services_stable_seconds"])
+
+
+def print_batch_bound(results: list[dict]) -> None:
+    """The least ratio any rollout with the same number of sequential batches can reach.
+
+    A batch starts only after the previous one passed its gates, and each waits at least the
+    stability window after its restart, so k batches take at least one host's time + (k - 1) windows.
+    """
+    base, window = results[0]["wall_s"], stable_seconds()
+    for result in results[1:]:
+        batches = sum(1 for name, _ in result["plays"] if name.startswith("Roll the release out"))
+        if batches > 1:
+            bound = (base + (batches - 1) * window) / base
+            print(
+                f"  {result['scenario']}: {batches} sequential batches, each >= {window:.0f} s of stability "
+                f"window: ratio >= ({base:.1f} + {batches - 1} x {window:.0f}) / {base:.1f} = {bound:.2f}x"
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -126,6 +151,7 @@ def main() -> int:
         verdict = "" if result["hosts"] == 1 else ("ok" if ratio <= GOAL_RATIO else "MISSED")
         row = f"{result['scenario']:<34} {result['hosts']:>5} {result['wall_s']:>8.1f} {ratio:>5.2f}x"
         print(f"{row}  {verdict}")
+    print_batch_bound(results)
     print()
     print("time per play (pre-flight, controller build, one line per serial batch):")
     for result in results:

@@ -2,6 +2,8 @@
 
 Usage: .venv/bin/python bench/bench_safe_operations.py [repeat]
 Goals: array path <= 3x raw np.divide at 1e6 float64; scalar path <= 2x a plain ``a / b``.
+The two "floor" rows time reference bodies (float/float) that do only what any pure-Python guard
+must do: they bound the scalar ratio from below.
 
 Timings on a shared 2-core box are noisy, so each case times the baseline and safe_divide
 alternately (interleaved rounds, same data, same process) and reports the best round of
@@ -32,6 +34,25 @@ def plain(a, b):
 
 def plain_guarded(a, b):
     return a / b if b else 0.0
+
+
+# What a pure-Python guard cannot do without, to show the floor of the scalar ratio: the same
+# signature, the two exact-type tests that keep numpy scalars off the scalar path (they would warn),
+# then the |d| >= epsilon, finite-operand and finite-quotient tests (no fallback counting).
+def floor_dispatch_only(n, d, default=0.0, epsilon=1e-10):
+    if d.__class__ is float is n.__class__:
+        return n / d
+    return default
+
+
+def floor_minimal_guard(n, d, default=0.0, epsilon=1e-10):
+    if d.__class__ is float is n.__class__:
+        if epsilon <= d or d <= -epsilon:
+            q = n / d
+            if q - q == 0.0 and (q or d - d == 0.0):
+                return q
+        return default
+    return default
 
 
 def interleaved(base: timeit.Timer, ours: timeit.Timer, number: int, repeat: int) -> tuple[float, float]:
@@ -83,6 +104,17 @@ def main(repeat: int = 15) -> None:
             repeat,
         )
         print(f"{label:<34}{base * 1e9:>11.1f} ns{ours * 1e9:>11.1f} ns{ours / base:>7.2f}x{'<=2x':>7}")
+    for label, floor in (
+        ("floor: type tests only", floor_dispatch_only),
+        ("floor: minimal guard", floor_minimal_guard),
+    ):
+        base, ours = interleaved(
+            timeit.Timer("f(x, y)", globals={"f": plain, "x": 7.5, "y": 2.5}),
+            timeit.Timer("f(x, y)", globals={"f": floor, "x": 7.5, "y": 2.5}),
+            200_000,
+            repeat,
+        )
+        print(f"{label:<34}{base * 1e9:>11.1f} ns{ours * 1e9:>11.1f} ns{ours / base:>7.2f}x{'ref':>7}")
 
 
 if __name__ == "__main__":

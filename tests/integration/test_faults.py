@@ -103,22 +103,36 @@ def assert_report(release, statuses):
         assert found["hosts"][host]["status"] == status, (host, found["hosts"][host])
 
 
-def stopped_before_switch(hosts, good, tmp_path, mutate, failing_task, *, baseline_tree):
-    canary, *rest = hosts
-    tree = make_tree(tmp_path / "tree", mutate, source=baseline_tree)
+def timed_deploy(tree, **kwargs):
+    """Run deploy.yml from ``tree``; (the run, its wall time in seconds)."""
     started = time.monotonic()
-    run = deploy(tree)
-    wall = time.monotonic() - started
+    run = deploy(tree, **kwargs)
+    return run, time.monotonic() - started
+
+
+def failed_on_the_canary(hosts, good, tree):
+    """Deploy ``tree``, which must fail on the canary: the canary ends on its old release, healthy,
+    with the new release marked failed; no other host is touched. (run, wall, release, end states)."""
+    canary, *rest = hosts
+    run, wall = timed_deploy(tree)
     assert run.returncode != 0
     release = release_id_of(run)
     after = states(hosts)
-
     state = after[canary.name]
     assert_on_old_release(good[canary.name], state, release)
     assert state.status(release) == "failed", state.summary()
-    assert "activated" not in state.events(release), "the canary was switched to the broken release"
     for host in rest:
         assert_untouched(good[host.name], after[host.name], host)
+    return run, wall, release, after
+
+
+def stopped_before_switch(hosts, good, tmp_path, mutate, failing_task, *, baseline_tree):
+    canary, *rest = hosts
+    tree = make_tree(tmp_path / "tree", mutate, source=baseline_tree)
+    run, wall, release, after = failed_on_the_canary(hosts, good, tree)
+    events = after[canary.name].events(release)
+    assert "activated" not in events, "the canary was switched to the broken release"
+    for host in rest:
         assert run.stats[host.name]["changed"] == 0
     messages = " ".join(run.messages())
     assert f"failed on {canary.name} at '{failing_task}'" in messages, messages
@@ -150,20 +164,9 @@ def test_failing_smoke_tests_stop_at_the_canary(hosts, good, tmp_path, baseline_
 def test_crash_loop_after_the_switch_rolls_the_canary_back(hosts, good, tmp_path, baseline_tree):
     canary, *rest = hosts
     tree = make_tree(tmp_path / "tree", crash_loop(), source=baseline_tree)
-    started = time.monotonic()
-    run = deploy(tree)
-    wall = time.monotonic() - started
-    assert run.returncode != 0
-    release = release_id_of(run)
-    after = states(hosts)
-
-    state = after[canary.name]
-    assert_on_old_release(good[canary.name], state, release)
-    assert state.status(release) == "failed", state.summary()
-    events = state.events(release)
+    run, wall, release, after = failed_on_the_canary(hosts, good, tree)
+    events = after[canary.name].events(release)
     assert "activated" in events and "rolled_back_from" in events and "failed" in events, events
-    for host in rest:
-        assert_untouched(good[host.name], after[host.name], host)
     messages = " ".join(run.messages())
     assert f"failed on {canary.name}" in messages
     assert f"rolled back from {release} to {good[canary.name].current}" in messages, messages
@@ -189,9 +192,7 @@ def test_no_space_left_during_the_copy_fails_before_the_switch(hosts, good, tmp_
             f"pre-flight: {canary.name} has" in msg and "MiB free" in msg for msg in preflight.messages()
         )
         # ... and when the space goes while the release is copied, the copy fails before the switch.
-        started = time.monotonic()
-        run = deploy(tree, extra_vars={"virtuoso_preflight_min_free_mb": 0})
-        wall = time.monotonic() - started
+        run, wall = timed_deploy(tree, extra_vars={"virtuoso_preflight_min_free_mb": 0})
         assert run.returncode != 0
         release = release_id_of(run)
         state = canary.state()
@@ -220,9 +221,7 @@ def test_unreachable_host_stops_the_run_in_pre_flight(hosts, good, tmp_path, bas
     tree = make_tree(tmp_path / "tree", code_change, source=baseline_tree)
     with unreachable(victim) as cut:
         cut()
-        started = time.monotonic()
-        run = deploy(tree, extra_vars={"virtuoso_preflight_connect_timeout": 5})
-        wall = time.monotonic() - started
+        run, wall = timed_deploy(tree, extra_vars={"virtuoso_preflight_connect_timeout": 5})
         assert run.returncode != 0
         messages = " ".join(run.messages())
         assert f"pre-flight: {victim.name} (linuxuser@127.0.0.1:{victim.port}) is unreachable" in messages, (
@@ -249,9 +248,7 @@ def test_unreachable_host_stops_the_run_in_pre_flight(hosts, good, tmp_path, bas
 def test_fleet_rollback_puts_every_switched_host_back(hosts, good, tmp_path, baseline_tree):
     canary, second, last = hosts
     tree = make_tree(tmp_path / "tree", crash_loop(only_host=second.name), source=baseline_tree)
-    started = time.monotonic()
-    run = deploy(tree, extra_vars={"virtuoso_rollout_fleet_rollback": True})
-    wall = time.monotonic() - started
+    run, wall = timed_deploy(tree, extra_vars={"virtuoso_rollout_fleet_rollback": True})
     assert run.returncode != 0
     release = release_id_of(run)
     after = states(hosts)
@@ -308,12 +305,14 @@ def test_host_unreachable_mid_rollout_is_named_and_the_rest_stays_consistent(
     assert after[canary.name].healthy
     assert_on_old_release(good[victim.name], after[victim.name], release)
     assert_untouched(good[last.name], after[last.name], last)
-    assert_report(release, {canary.name: "success", last.name: "not_started"})
+    assert_report(release, {canary.name: "success", victim.name: "failed", last.name: "not_started"})
+    found = report(release)
+    if found is not None:
+        failure = found["hosts"][victim.name]["failure"]
+        assert failure["unreachable"], failure
 
     # Once the host is back, the same rollout completes on every host.
-    started_rerun = time.monotonic()
-    rerun = deploy(tree)
-    rerun_wall = time.monotonic() - started_rerun
+    rerun, rerun_wall = timed_deploy(tree)
     assert rerun.returncode == 0, rerun.messages()
     assert release_id_of(rerun) == release
     final = states(hosts)
@@ -345,9 +344,7 @@ def test_killed_mid_copy_then_a_rerun_completes(hosts, good, tmp_path, baseline_
     for host in rest:
         assert_untouched(good[host.name], after[host.name], host)
 
-    started = time.monotonic()
-    rerun = deploy(tree)
-    wall = time.monotonic() - started
+    rerun, wall = timed_deploy(tree)
     assert rerun.returncode == 0, rerun.messages() or rerun.stderr[-3000:]
     release = release_id_of(rerun)
     assert release != half_release, "the half-copied release must never become current"
