@@ -10,9 +10,10 @@ short_description: Check that Python modules import cleanly with a given interpr
 description:
   - Imports each requested Python module with the interpreter O(python) and reports, per module,
     whether the import worked, how long it took, which file was loaded and that file's SHA-256.
-  - Every module is imported in its own child process, so one failing or hanging module cannot
-    affect the others. Up to four children run at the same time.
-  - The child runs in isolated mode (C(python -I)), so C(PYTHONPATH) and the user's site-packages
+  - One probe interpreter is started; it imports the O(preload) modules once, then forks one child
+    per module, so every module is imported from scratch in a process of its own and one failing or
+    hanging module cannot affect the others. Up to O(max_workers) children run at the same time.
+  - The probe runs in isolated mode (C(python -I)), so C(PYTHONPATH) and the user's site-packages
     of the remote user are ignored. Its C(sys.path) is O(paths), then O(chdir), then the parent
     directory of O(discover), then the interpreter's default path.
   - A child that exceeds O(timeout) is killed together with its whole process group. The process
@@ -71,6 +72,18 @@ options:
       - How many modules are imported in parallel.
     type: int
     default: 4
+  preload:
+    description:
+      - Dotted names of modules the probe imports once, before it forks the child that imports each
+        module. Every child starts with them already imported, so a heavy dependency that every module
+        needs (V(numpy)) is loaded once instead of once per module.
+      - A preload that fails to import produces a warning; the modules are then imported without it, so
+        each of them reports that failure itself if it needs the module.
+      - Use it only for third-party packages. A preloaded module of the probed code would hide whether
+        the others import without it.
+    type: list
+    elements: str
+    default: []
 extends_documentation_fragment: action_common_attributes
 attributes:
   check_mode:
@@ -93,6 +106,7 @@ EXAMPLES = r"""
     python: "{{ virtuoso_release_dir }}/venv311/bin/python"
     discover: "{{ virtuoso_release_dir }}/src"
     chdir: "{{ virtuoso_release_dir }}"
+    preload: [numpy]
     timeout: 20
 
 - name: Check selected modules and the third-party packages they need
@@ -201,6 +215,7 @@ def build_module() -> AnsibleModule:
             "chdir": {"type": "path"},
             "timeout": {"type": "float", "default": 30},
             "max_workers": {"type": "int", "default": 4},
+            "preload": {"type": "list", "elements": "str", "default": []},
         },
         required_one_of=[["modules", "discover"]],
         supports_check_mode=True,
@@ -227,9 +242,12 @@ def resolve_python(module: AnsibleModule, python: str) -> str:
 def validate_params(module: AnsibleModule) -> None:
     """Fail the task on option values the argument spec cannot check."""
     params = module.params
-    bad = [name for name in params["modules"] or [] if not is_dotted_name(name)]
-    if bad:
-        module.fail_json(msg=f"modules contains names that are not dotted module names: {', '.join(bad)}")
+    for option in ("modules", "preload"):
+        bad = [name for name in params[option] or [] if not is_dotted_name(name)]
+        if bad:
+            module.fail_json(
+                msg=f"{option} contains names that are not dotted module names: {', '.join(bad)}"
+            )
     if params["discover"] is not None and not os.path.isdir(params["discover"]):
         module.fail_json(msg=f"discover={params['discover']} is not a directory; give the package directory")
     if params["chdir"] is not None and not os.path.isdir(params["chdir"]):
@@ -273,14 +291,17 @@ def main() -> None:
     validate_params(module)
     python = resolve_python(module, module.params["python"])
     names = module_names(module)
-    results = probe_modules(
+    results, warnings = probe_modules(
         python,
         names,
         paths=search_path(module),
         chdir=module.params["chdir"],
         timeout=module.params["timeout"],
         max_workers=module.params["max_workers"],
+        preload=module.params["preload"],
     )
+    for warning in warnings:
+        module.warn(warning)
     failed = [entry["name"] for entry in results if not entry["ok"]]
     outcome: dict[str, Any] = {
         "changed": False,

@@ -1,21 +1,24 @@
 # Copyright: (c) Virtuoso deploy maintainers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Import Python modules in isolated child interpreters and report how each went.
+"""Import Python modules in isolated children of one interpreter and report how each went.
 
 Used by the ``python_import_health`` module. Standard library only: this file is
 shipped to the managed hosts inside the module payload.
 
-Every module is imported by its own child process (``python -I -c PROBE_SOURCE``)
-started in a new session, so it leads its own process group. Once the child has
-exited - or its timeout has expired - the whole group is killed with SIGKILL
-*before* the child is reaped, so neither a hanging import nor a process that the
-import spawned is left behind, and the group id cannot have been reused yet.
+One probe interpreter (``python -I -c PROBE_SOURCE``) is started in a new session. It
+imports the ``preload`` modules once, then forks one child per probed module, each in a
+process group of its own, so every module is imported from scratch (with only the probe's
+standard-library modules and the preloads already loaded). Once a child has exited - or its
+timeout has expired - its whole group is killed with SIGKILL *before* the child is reaped,
+so neither a hanging import nor a process that the import spawned is left behind, and the
+group id cannot have been reused yet. The probe itself is swept the same way when it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -23,23 +26,36 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 RESULT_MARKER = "@@VIRTUOSO_IMPORT_PROBE@@"
 TRACEBACK_TAIL_LINES = 20
 STDERR_TAIL_CHARS = 4000
+# Time the probe interpreter may take beyond its imports (start, forks, bookkeeping).
+PROBE_SLACK_SECONDS = 30.0
 DOTTED_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
-# Runs inside the probed interpreter (any CPython >= 3.8). argv[1] is a JSON payload
-# {"module": name, "paths": [...], "dump_after": seconds}. The result is one RESULT_MARKER-prefixed JSON line
-# on the real stdout; whatever the import prints goes to stderr. os._exit() skips the
-# interpreter shutdown so non-daemon threads or atexit hooks of the module cannot hang it.
-PROBE_SOURCE = r"""
-import faulthandler, hashlib, importlib, importlib.util, json, os, sys, time, traceback
+# Runs inside the probed interpreter (any CPython >= 3.8, POSIX). argv[1] is a JSON payload
+# {"modules": [...], "preload": [...], "paths": [...], "timeout": s, "workers": n, "dump_after": s}.
+# Every report is one RESULT_MARKER-prefixed JSON line on the real stdout, written as soon as it is
+# known: {"result": entry} per module, {"preload_error": {...}} per preload that failed. Whatever
+# the imports print goes to stderr (the probe's) or to the child's own stderr file. os._exit()
+# skips the interpreter shutdown so non-daemon threads or atexit hooks cannot hang anything.
+PROBE_SOURCE = (
+    r"""
+import collections, faulthandler, hashlib, importlib, importlib.util, json, os, signal, sys
+import tempfile, time, traceback
 
 MARKER = "__MARKER__"
-TAIL = __TAIL__
+TAIL_LINES = __TAIL_LINES__
+TAIL_CHARS = __TAIL_CHARS__
+REAL_STDOUT = sys.stdout
+Job = collections.namedtuple("Job", "pid name started out err")
+
+
+def emit(report):
+    REAL_STDOUT.write(MARKER + json.dumps(report) + "\n")
+    REAL_STDOUT.flush()
 
 
 def origin(name):
@@ -79,16 +95,11 @@ def sha256(path):
     return digest.hexdigest()
 
 
-def main():
-    payload = json.loads(sys.argv[1])
-    name = payload["module"]
-    sys.path[:0] = payload["paths"]
-    real_stdout = sys.stdout
-    sys.stdout = sys.stderr
+def import_one(name, dump_after):
     result = {"name": name, "ok": False, "import_ms": 0.0, "file": None, "sha256": None}
-    # Shortly before the parent's timeout, dump every thread's stack to stderr: it
-    # becomes the traceback_tail of a hanging import.
-    faulthandler.dump_traceback_later(payload["dump_after"], exit=False, file=sys.__stderr__)
+    # Shortly before the timeout, dump every thread's stack to stderr: it becomes the
+    # traceback_tail of a hanging import.
+    faulthandler.dump_traceback_later(dump_after, exit=False, file=sys.__stderr__)
     start = time.perf_counter()
     try:
         module = importlib.import_module(name)
@@ -98,7 +109,7 @@ def main():
         lines = "".join(traceback.format_exception(type(exc), exc, tb)).splitlines()
         result["error_type"] = type(exc).__name__
         result["error"] = str(exc)
-        result["traceback_tail"] = "\n".join(lines[-TAIL:])
+        result["traceback_tail"] = "\n".join(lines[-TAIL_LINES:])
         result["file"] = origin(name)
     else:
         result["import_ms"] = round((time.perf_counter() - start) * 1000.0, 1)
@@ -106,14 +117,118 @@ def main():
         result["file"] = getattr(module, "__file__", None)
     faulthandler.cancel_dump_traceback_later()
     result["sha256"] = sha256(result["file"])
-    real_stdout.write(MARKER + json.dumps(result) + "\n")
-    real_stdout.flush()
+    return result
+
+
+def child(name, dump_after, out, err):
+    # The forked child: its own process group, stdout and stderr into its own file.
+    try:
+        os.setpgid(0, 0)
+        os.dup2(err.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        result = import_one(name, dump_after)
+        out.write(json.dumps(result).encode("utf-8"))
+        out.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(0)
+
+
+def spawn(name, dump_after):
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        child(name, dump_after, out, err)
+    try:
+        os.setpgid(pid, pid)  # also here: the timeout's killpg must not race the child's setpgid
+    except OSError:
+        pass
+    return Job(pid, name, time.monotonic(), out, err)
+
+
+def exited(pid):
+    # Without reaping: the pid, and so the group id, stays reserved until the sweep.
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def tail(text):
+    text = text.strip()
+    return text if len(text) <= TAIL_CHARS else "..." + text[-TAIL_CHARS:]
+
+
+def failure(job, elapsed_ms, error_type, error):
+    job.err.seek(0)
+    return {"name": job.name, "ok": False, "import_ms": elapsed_ms, "file": None, "sha256": None,
+            "error_type": error_type, "error": error,
+            "traceback_tail": tail(job.err.read().decode("utf-8", errors="replace"))}
+
+
+def finish(job, timed_out, timeout):
+    for kill, target in ((os.killpg, job.pid), (os.kill, job.pid)):
+        try:
+            kill(target, signal.SIGKILL)
+        except OSError:
+            pass
+    _, status = os.waitpid(job.pid, 0)
+    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    elapsed_ms = round((time.monotonic() - job.started) * 1000.0, 1)
+    if timed_out:
+        return failure(job, elapsed_ms, "TimeoutError",
+                       "import did not finish within %gs; its process group was killed" % timeout)
+    job.out.seek(0)
+    try:
+        result = json.loads(job.out.read().decode("utf-8", errors="replace"))
+    except ValueError:
+        result = None
+    if not isinstance(result, dict):
+        return failure(job, elapsed_ms, "ProbeError",
+                       "the probe process exited with code %d without reporting a result" % code)
+    return result
+
+
+def preload(names):
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:
+            emit({"preload_error": {"name": name, "error_type": type(exc).__name__, "error": str(exc)}})
+
+
+def main():
+    payload = json.loads(sys.argv[1])
+    sys.path[:0] = payload["paths"]
+    sys.stdout = sys.stderr
+    preload(payload["preload"])
+    pending, running = collections.deque(payload["modules"]), []
+    timeout, delay = payload["timeout"], 0.001
+    while pending or running:
+        while pending and len(running) < payload["workers"]:
+            running.append(spawn(pending.popleft(), payload["dump_after"]))
+        waiting = []
+        for job in running:
+            done = exited(job.pid)
+            if done or time.monotonic() - job.started >= timeout:
+                emit({"result": finish(job, not done, timeout)})
+                job.out.close()
+                job.err.close()
+            else:
+                waiting.append(job)
+        if len(waiting) == len(running):
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        else:
+            delay = 0.001
+        running = waiting
     os._exit(0)
 
 
 main()
-""".replace("__MARKER__", RESULT_MARKER).replace("__TAIL__", str(TRACEBACK_TAIL_LINES))
+""".replace("__MARKER__", RESULT_MARKER)
+    .replace("__TAIL_LINES__", str(TRACEBACK_TAIL_LINES))
+    .replace("__TAIL_CHARS__", str(STDERR_TAIL_CHARS))
+)
 
 
 def is_dotted_name(name: str) -> bool:
@@ -170,7 +285,7 @@ def wait_and_sweep(proc: subprocess.Popen[bytes], timeout: float) -> bool:
 
     ``proc`` must have been started with ``start_new_session=True``. The group is
     killed whether or not the child finished in time, which also removes processes
-    the import started in the background. Returns True when the timeout expired.
+    it started in the background. Returns True when the timeout expired.
     """
     deadline = time.monotonic() + timeout
     delay = 0.001
@@ -193,8 +308,8 @@ def _tail(text: str, limit: int = STDERR_TAIL_CHARS) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
-def _failure(name: str, elapsed_ms: float, error_type: str, error: str, tail: str) -> dict[str, Any]:
-    """Build the result entry of a module whose probe produced no result of its own."""
+def _unreported(name: str, elapsed_ms: float, error_type: str, error: str, tail: str) -> dict[str, Any]:
+    """The result entry of a module the probe interpreter never reported on."""
     return {
         "name": name,
         "ok": False,
@@ -207,28 +322,62 @@ def _failure(name: str, elapsed_ms: float, error_type: str, error: str, tail: st
     }
 
 
-def _parse_result(stdout: str) -> dict[str, Any] | None:
-    """Return the probe's JSON result from its stdout, or None if it never reported one."""
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(RESULT_MARKER):
-            try:
-                result = json.loads(line[len(RESULT_MARKER) :])
-            except ValueError:
-                return None
-            return result if isinstance(result, dict) else None
-    return None
+def _parse_reports(stdout: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The probe's results by module name and its preload warnings, from its stdout."""
+    results: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
+    for line in stdout.splitlines():
+        if not line.startswith(RESULT_MARKER):
+            continue
+        try:
+            report = json.loads(line[len(RESULT_MARKER) :])
+        except ValueError:
+            continue
+        result, preload_error = report.get("result"), report.get("preload_error")
+        if isinstance(result, dict) and isinstance(result.get("name"), str):
+            results[result["name"]] = result
+        elif isinstance(preload_error, dict):
+            warnings.append(
+                f"preload {preload_error.get('name')} failed to import "
+                f"({preload_error.get('error_type')}: {preload_error.get('error')}); "
+                "every module was imported without it"
+            )
+    return results, warnings
 
 
-def probe_module(
-    python: str, name: str, *, paths: Sequence[str], chdir: str | None, timeout: float
-) -> dict[str, Any]:
-    """Import ``name`` with the interpreter ``python`` in a child process; return its result entry.
+def probe_modules(
+    python: str,
+    names: Sequence[str],
+    *,
+    paths: Sequence[str],
+    chdir: str | None,
+    timeout: float,
+    max_workers: int = 4,
+    preload: Sequence[str] = (),
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Import each of ``names`` in its own child of one ``python`` probe; (results, warnings).
 
-    The child runs in isolated mode (``-I``: no PYTHONPATH, no user site-packages,
-    no current directory on ``sys.path``) with ``paths`` prepended to ``sys.path`` and
-    ``chdir`` as its working directory.
+    Results keep the order of ``names``; at most ``max_workers`` children run at once, each
+    killed with its process group after ``timeout`` seconds. The probe runs in isolated mode
+    (``-I``: no PYTHONPATH, no user site-packages, no current directory on ``sys.path``) with
+    ``paths`` prepended to ``sys.path`` and ``chdir`` as its working directory, and imports
+    ``preload`` once before it forks the children.
     """
-    payload = json.dumps({"module": name, "paths": list(paths), "dump_after": timeout * 0.9})
+    if not names:
+        return [], []
+    workers = max(1, min(max_workers, len(names)))
+    payload = json.dumps(
+        {
+            "modules": list(names),
+            "preload": list(preload),
+            "paths": list(paths),
+            "timeout": timeout,
+            "workers": workers,
+            "dump_after": timeout * 0.9,
+        }
+    )
+    # The preloads, then one timeout per round of workers, then the probe's own slack.
+    budget = timeout * (1 + math.ceil(len(names) / workers)) + PROBE_SLACK_SECONDS
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.monotonic()
         try:
@@ -241,49 +390,20 @@ def probe_module(
                 start_new_session=True,
             )
         except OSError as exc:
-            return _failure(name, 0.0, type(exc).__name__, f"cannot start {python}: {exc}", "")
-        timed_out = wait_and_sweep(proc, timeout)
+            why = f"cannot start {python}: {exc}"
+            return [_unreported(name, 0.0, type(exc).__name__, why, "") for name in names], []
+        timed_out = wait_and_sweep(proc, budget)
         elapsed_ms = round((time.monotonic() - start) * 1000.0, 1)
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode("utf-8", errors="replace")
         stderr = err.read().decode("utf-8", errors="replace")
+    results, warnings = _parse_reports(stdout)
     if timed_out:
-        return _failure(
-            name,
-            elapsed_ms,
-            "TimeoutError",
-            f"import did not finish within {timeout:g}s; its process group was killed",
-            _tail(stderr),
-        )
-    result = _parse_result(stdout)
-    if result is None:
-        return _failure(
-            name,
-            elapsed_ms,
-            "ProbeError",
-            f"the probe process exited with code {proc.returncode} without reporting a result",
-            _tail(stderr),
-        )
-    return result
-
-
-def probe_modules(
-    python: str,
-    names: Sequence[str],
-    *,
-    paths: Sequence[str],
-    chdir: str | None,
-    timeout: float,
-    max_workers: int = 4,
-) -> list[dict[str, Any]]:
-    """Probe ``names`` with at most ``max_workers`` children at once; results keep input order."""
-    if not names:
-        return []
-    workers = max(1, min(max_workers, len(names)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [
-            pool.submit(probe_module, python, name, paths=paths, chdir=chdir, timeout=timeout)
-            for name in names
-        ]
-        return [future.result() for future in futures]
+        error_type, why = "TimeoutError", f"the probe did not finish within {budget:g}s and was killed"
+    else:
+        error_type, why = "ProbeError", f"the probe exited with code {proc.returncode} before reporting it"
+    entries = [
+        results.get(name) or _unreported(name, elapsed_ms, error_type, why, _tail(stderr)) for name in names
+    ]
+    return entries, warnings

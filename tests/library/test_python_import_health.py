@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from ansible.module_utils.common.warnings import get_warning_messages
 
 from tests.library.conftest import load_module
 
@@ -303,6 +304,72 @@ def test_modules_are_probed_in_parallel(run_module, tmp_path):
     assert elapsed < 3.5, f"4 x 1s imports took {elapsed:.1f}s: not parallel"
 
 
+def test_preload_is_imported_once_for_all_modules(run_module, tmp_path):
+    imports = tmp_path / "imports"
+    write(tmp_path / "heavy.py", f"import os\nwith open({str(imports)!r}, 'a') as f:\n    f.write('x')\n")
+    for name in ("uses1", "uses2", "uses3"):
+        write(tmp_path / f"{name}.py", "import heavy\n")
+    args = {"python": PYTHON, "modules": ["uses1", "uses2", "uses3"], "paths": [str(tmp_path)]}
+
+    result = run_module(MODULE, {**args, "preload": ["heavy"]})
+    assert not result.get("failed"), result["msg"]
+    assert imports.read_text() == "x", "the preload was imported more than once"
+
+    imports.unlink()
+    result = run_module(MODULE, args)
+    assert not result.get("failed"), result["msg"]
+    assert imports.read_text() == "xxx", "without preload every module imports it itself"
+
+
+def test_every_module_imports_from_scratch_in_its_own_child(run_module, tmp_path):
+    # If the modules shared one interpreter, the second would see the first one's state.
+    write(tmp_path / "registry.py", "items = []\n")
+    write(tmp_path / "first.py", "import registry\nregistry.items.append('first')\n")
+    write(tmp_path / "second.py", "import registry\nassert registry.items == [], registry.items\n")
+
+    result = run_module(
+        MODULE,
+        {"python": PYTHON, "modules": ["first", "second"], "paths": [str(tmp_path)], "max_workers": 1},
+    )
+
+    assert not result.get("failed"), result["msg"]
+    assert [entry["ok"] for entry in result["modules"]] == [True, True]
+
+
+def test_a_failing_preload_warns_and_the_modules_still_report(run_module, tmp_path):
+    write(tmp_path / "fine.py", "VALUE = 1\n")
+
+    result = run_module(
+        MODULE,
+        {"python": PYTHON, "modules": ["fine"], "paths": [str(tmp_path)], "preload": ["no_such_preload_42"]},
+    )
+
+    assert not result.get("failed"), result["msg"]
+    assert by_name(result)["fine"]["ok"] is True
+    warnings = " ".join(get_warning_messages())
+    assert "preload no_such_preload_42 failed to import (ModuleNotFoundError" in warnings, warnings
+
+
+def test_a_probe_that_dies_reports_every_module_failed(run_module, tmp_path):
+    write(
+        tmp_path / "kills_the_probe.py",
+        "import os, sys\nsys.stderr.write('probe going down\\n')\nos._exit(7)\n",
+    )
+    write(tmp_path / "fine.py", "VALUE = 1\n")
+
+    result = run_module(
+        MODULE,
+        {"python": PYTHON, "modules": ["fine"], "paths": [str(tmp_path)], "preload": ["kills_the_probe"]},
+    )
+
+    assert result["failed"] is True
+    assert result["failed_modules"] == ["fine"]
+    entry = by_name(result)["fine"]
+    assert entry["error_type"] == "ProbeError"
+    assert "the probe exited with code 7" in entry["error"]
+    assert "probe going down" in entry["traceback_tail"]
+
+
 def test_check_mode_runs_the_same_read_only_probe(run_module):
     result = run_module(
         MODULE, {"python": PYTHON, "modules": ["goodpkg.ok"], "paths": [str(FIXTURES)]}, check_mode=True
@@ -360,6 +427,10 @@ def test_bare_interpreter_name_is_looked_up_in_path(run_module, monkeypatch):
         ({"python": PYTHON, "modules": ["json"], "timeout": "soon"}, "timeout"),
         ({"python": PYTHON, "modules": ["json"], "max_workers": 0}, "max_workers must be at least 1"),
         ({"python": PYTHON, "modules": ["src/utils/x.py", "ok"]}, "not dotted module names: src/utils/x.py"),
+        (
+            {"python": PYTHON, "modules": ["json"], "preload": ["numpy/core"]},
+            "preload contains names that are not dotted module names: numpy/core",
+        ),
         ({"python": PYTHON, "modules": []}, "nothing to import"),
         ({"python": PYTHON, "discover": "/nonexistent/src"}, "discover=/nonexistent/src is not a directory"),
         ({"python": PYTHON, "modules": ["json"], "chdir": "/nonexistent"}, "chdir=/nonexistent"),
