@@ -13,8 +13,9 @@ from __future__ import annotations
 import time
 
 import pytest
+import yaml
 
-from tests.integration.conftest import run_playbook
+from tests.integration.conftest import REPO_ROOT, run_playbook
 from tests.integration.faults import (
     add_payload,
     break_import,
@@ -41,6 +42,9 @@ from tests.integration.faults.timing import fault_timing, record, run_span
 pytestmark = pytest.mark.sandbox
 
 KEEP = 5  # roles/virtuoso_release/defaults/main.yml: virtuoso_release_keep
+_KEEPALIVE = yaml.safe_load((REPO_ROOT / "playbooks/group_vars/all/connection.yml").read_text())
+# Seconds of silence after which the controller's SSH drops a host.
+KEEPALIVE_BUDGET_S = _KEEPALIVE["mitogen_ssh_keepalive_interval"] * _KEEPALIVE["mitogen_ssh_keepalive_count"]
 
 
 @pytest.fixture(scope="module")
@@ -275,15 +279,19 @@ def test_host_unreachable_mid_rollout_is_named_and_the_rest_stays_consistent(
     canary, victim, last = hosts
     tree = make_tree(tmp_path / "tree", code_change, source=baseline_tree)
     batches = 0
+    cut_at = named_at = None
 
     with unreachable(victim) as cut:
 
         def on_line(line, _lines):
-            nonlocal batches
+            nonlocal batches, cut_at, named_at
             if line.startswith("PLAY [Roll the release out]"):
                 batches += 1
                 if batches == 2:  # the canary is done; the second batch (the victim) starts now
                     cut()
+                    cut_at = time.monotonic()
+            if named_at is None and f"[{victim.name}]: UNREACHABLE!" in line:
+                named_at = time.monotonic()
             return False
 
         started = time.monotonic()
@@ -294,7 +302,11 @@ def test_host_unreachable_mid_rollout_is_named_and_the_rest_stays_consistent(
     assert returncode not in (0, None)
     assert batches == 2, "the rollout must stop after the victim's batch"
     text = "\n".join(lines)
-    assert any(f"[{victim.name}]: UNREACHABLE!" in line for line in lines), text[-3000:]
+    assert named_at is not None and cut_at is not None, text[-3000:]
+    # Not a timing goal: a margin of 4x the keepalive budget (30 s) still catches mitogen's own
+    # default of 300 s, which left a cut host unnamed for five minutes.
+    detect_s = named_at - cut_at
+    assert detect_s < KEEPALIVE_BUDGET_S * 4, f"the cut host was named {detect_s:.0f} s after the cut"
     assert recap(lines)[victim.name]["unreachable"] >= 1
     after = states(hosts)
     new = new_release_on(after[canary.name], good[canary.name])
@@ -318,7 +330,12 @@ def test_host_unreachable_mid_rollout_is_named_and_the_rest_stays_consistent(
     final = states(hosts)
     for host in hosts:
         assert final[host.name].current == release and final[host.name].healthy, final[host.name].summary()
-    record("unreachable_mid_rollout", wall_s=round(wall, 1), rerun_s=round(rerun_wall, 1))
+    record(
+        "unreachable_mid_rollout",
+        wall_s=round(wall, 1),
+        detect_s=round(detect_s, 1),
+        rerun_s=round(rerun_wall, 1),
+    )
 
 
 def test_killed_mid_copy_then_a_rerun_completes(hosts, good, tmp_path, baseline_tree):
