@@ -20,7 +20,6 @@ controller build, each batch), which shows what dominates.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
@@ -35,13 +34,9 @@ sys.path.insert(0, str(REPO))
 
 from tests.integration.conftest import SANDBOX_INVENTORY, run_playbook  # noqa: E402
 from tests.integration.faults import code_change, inventory_hosts, make_tree  # noqa: E402
-from tests.integration.faults.timing import task_time  # noqa: E402
+from tests.integration.faults.timing import seconds, stamp, task_time  # noqa: E402
 
 GOAL_RATIO = 1.5
-
-
-def stamp(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def play_times(run) -> list[tuple[str, float]]:
@@ -50,15 +45,15 @@ def play_times(run) -> list[tuple[str, float]]:
     for play in run.plays:
         duration = play["play"].get("duration", {})
         if "start" in duration and "end" in duration:
-            seconds = (stamp(duration["end"]) - stamp(duration["start"])).total_seconds()
-            out.append((play["play"]["name"], seconds))
+            elapsed = (stamp(duration["end"]) - stamp(duration["start"])).total_seconds()
+            out.append((play["play"]["name"], elapsed))
     return out
 
 
 def short_names(plays: list[tuple[str, float]]) -> list[str]:
     """pre-flight / build / batch N labels for the plays of deploy.yml."""
     out, batch = [], 0
-    for name, seconds in plays:
+    for name, elapsed in plays:
         if name.startswith("Roll the release out"):
             batch += 1
             label = f"batch {batch}"
@@ -68,7 +63,7 @@ def short_names(plays: list[tuple[str, float]]) -> list[str]:
             label = "pre-flight"
         else:
             label = "inventory check"
-        out.append(f"{label} {seconds:.0f}s")
+        out.append(f"{label} {elapsed:.0f}s")
     return out
 
 
@@ -95,9 +90,10 @@ def post_switch_seconds(run, host: str) -> float | None:
     early the next batch's release was staged: switch, restart, smoke against current, stability
     window, /health.
     """
-    switched = task_time(run, "Switch current to the release", host)
-    healthy = task_time(run, "Wait until both /health endpoints answer 200", host, edge="end", last=True)
-    return (healthy - switched).total_seconds() if switched and healthy else None
+    return seconds(
+        task_time(run, "Switch current to the release", host),
+        task_time(run, "Wait until both /health endpoints answer 200", host, edge="end", last=True),
+    )
 
 
 def print_batch_bound(results: list[dict]) -> None:

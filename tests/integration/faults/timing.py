@@ -12,7 +12,7 @@ from tests.integration.conftest import REPO_ROOT
 TIMINGS_FILE = REPO_ROOT / "build" / "fault-timings.jsonl"
 
 
-def _stamp(text: str) -> datetime.datetime:
+def stamp(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
@@ -24,7 +24,7 @@ def task_time(
     for play in run.plays:
         for task in play["tasks"]:
             if task_named(task, name) and host in task["hosts"]:
-                found = _stamp(task["task"]["duration"][edge])
+                found = stamp(task["task"]["duration"][edge])
                 if not last:
                     return found
     return found
@@ -53,8 +53,8 @@ def run_span(run: Any) -> float | None:
         for task in play["tasks"]:
             duration = task["task"].get("duration", {})
             if "start" in duration and "end" in duration:
-                starts.append(_stamp(duration["start"]))
-                ends.append(_stamp(duration["end"]))
+                starts.append(stamp(duration["start"]))
+                ends.append(stamp(duration["end"]))
     return (max(ends) - min(starts)).total_seconds() if starts else None
 
 
